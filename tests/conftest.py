@@ -1,0 +1,113 @@
+"""Shared test fixtures. Test data is read from ../shared, never copied into the repository."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURE_IMAGES = SHARED / "fixtures" / "imagenet"
+FIXTURE_SCENES = SHARED / "fixtures" / "scenes"
+THESIS_REF = SHARED / "reference" / "thesis"
+
+if not FIXTURE_IMAGES.is_dir():  # pragma: no cover - a broken checkout, not a test outcome
+    raise RuntimeError(f"test fixtures not found at {FIXTURE_IMAGES} (../shared beside the repo)")
+
+
+def default_params() -> dict:
+    """The repository's params.yaml as a plain dict (a fresh copy each call)."""
+    return copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text()))
+
+
+def write_params(folder: Path, data: dict) -> Path:
+    """Write ``data`` as ``folder/params.yaml`` and return the path."""
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def make_fixture_params(tmp_path: Path) -> dict:
+    """Params for a project in ``tmp_path`` reading the 10 fixture photos and 8 fixture scenes.
+
+    Outputs go under ``tmp_path/data``; segmentation is GrabCut (no weights needed) and the
+    classifier the offline EfficientNet-Lite0.
+    """
+    data = default_params()
+    out = tmp_path / "data"
+    data["data"] = {
+        "images": str(FIXTURE_IMAGES),
+        "scenes": str(FIXTURE_SCENES),
+        "masks": str(out / "masks"),
+        "overlays": str(out / "overlays"),
+        "table": str(out / "images.csv"),
+        "colors": str(out / "colors.json"),
+        "modified": str(out / "modified"),
+        "predictions": str(out / "predictions"),
+        "metrics": str(tmp_path / "metrics"),
+        "plots": str(tmp_path / "metrics" / "plots"),
+        "report": str(tmp_path / "metrics" / "report"),
+    }
+    data["segment"]["method"] = "grabcut"
+    data["classify"]["models"] = ["efficientnet_lite0"]
+    data["classify"]["num_workers"] = 0
+    return data
+
+
+@pytest.fixture
+def fixture_params(tmp_path: Path) -> dict:
+    """Params of :func:`make_fixture_params` for this test's ``tmp_path``."""
+    return make_fixture_params(tmp_path)
+
+
+def copy_fixture_images(dest: Path, synsets: list[str] | None = None) -> Path:
+    """Copy fixture photos into a temporary ``dest/<synset>/`` tree (for tests that alter it)."""
+    for folder in sorted(FIXTURE_IMAGES.iterdir()):
+        if synsets is None or folder.name in synsets:
+            shutil.copytree(folder, dest / folder.name)
+    return dest
+
+
+class FixtureProject:
+    """A throw-away project folder whose params.yaml points at the fixtures.
+
+    Stages run as the user runs them: ``python stages/<name>.py --params <folder>/params.yaml``.
+    """
+
+    def __init__(self, root: Path, params: dict) -> None:
+        self.root = root
+        self.params = params
+        self.params_path = write_params(root, params)
+
+    def path(self, key: str) -> Path:
+        """A ``data.<key>`` path of this project."""
+        return Path(self.params["data"][key])
+
+    def run(self, stage: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``stages/<stage>.py`` with this project's params; output captured as text."""
+        cmd = [sys.executable, str(REPO / "stages" / f"{stage}.py"), "--params",
+               str(self.params_path), *args]  # fmt: skip
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{stage} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+
+@pytest.fixture(scope="session")
+def segmented_project(tmp_path_factory: pytest.TempPathFactory) -> FixtureProject:
+    """The fixture photos segmented once per session with GrabCut (masks, overlays, images.csv).
+
+    Shared, read-only: tests that change outputs make their own project.
+    """
+    root = tmp_path_factory.mktemp("fixture_project")
+    project = FixtureProject(root, make_fixture_params(root))
+    project.run("segment")
+    return project
