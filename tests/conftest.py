@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 import sys
@@ -111,3 +112,38 @@ def segmented_project(tmp_path_factory: pytest.TempPathFactory) -> FixtureProjec
     project = FixtureProject(root, make_fixture_params(root))
     project.run("segment")
     return project
+
+
+def dvc_repo_copy(dest: Path, params: dict) -> Path:
+    """A fresh git + DVC repository at ``dest`` holding this checkout's files and ``params``.
+
+    Files are those git would commit (tracked plus untracked-not-ignored); ``.venv`` stays out.
+    Run DVC there with :func:`run_dvc`.
+    """
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    write_params(dest, params)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "fixture"], cwd=dest, check=True)
+    return dest
+
+
+def run_dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``dvc <args>`` in ``repo`` with the test's Python environment first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    dvc = Path(sys.executable).parent / "dvc"
+    result = subprocess.run([str(dvc), *args], cwd=repo, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
