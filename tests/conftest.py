@@ -147,3 +147,62 @@ def run_dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+#: Stages that build the variants, in pipeline order (apply_scenic applies every scene).
+VARIANT_STAGES = ("colors", "remove_bg", "remove_fg", "apply_contrast", "apply_scenic")
+
+
+@pytest.fixture(scope="session")
+def varied_project(segmented_project: FixtureProject) -> FixtureProject:
+    """:func:`segmented_project` with colors.json and every variant under data/modified.
+
+    Shared, read-only: tests that change outputs make their own project.
+    """
+    for stage in VARIANT_STAGES:
+        segmented_project.run(stage)
+    return segmented_project
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run ``git <args>`` in ``repo`` as a fixed test identity; returns stdout."""
+    cmd = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", *args]
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+#: Scenes of the DVC end-to-end repository: two are enough to exercise the foreach stages and
+#: keep one `dvc repro` of the fixtures short (each scene is a stage of its own).
+DVC_SCENES = ["city", "water"]
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture pipeline reproduced once per session by ``dvc repro``, results committed.
+
+    A git + DVC repository (:func:`dvc_repo_copy`) whose outputs have relative paths (data/,
+    metrics/) and whose inputs are the ../shared fixtures; GrabCut and EfficientNet-Lite0.
+    Shared, read-only: to change anything, ``git clone`` it and point the clone's cache at
+    this one's (``dvc cache dir --local <repo>/.dvc/cache``), as :func:`clone_with_cache` does.
+    """
+    root = tmp_path_factory.mktemp("reproduced_repo")
+    params = make_fixture_params(root)
+    params["scenes"] = list(DVC_SCENES)
+    for key, value in params["data"].items():
+        if key not in ("images", "scenes"):
+            params["data"][key] = Path(value).relative_to(root).as_posix()
+    dvc_repo_copy(root, params)
+    run_dvc(root, "repro")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "reproduced")
+    return root
+
+
+def clone_with_cache(source: Path, dest: Path) -> Path:
+    """``git clone`` of ``source`` into ``dest`` with its outputs checked out from its cache."""
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    run_dvc(dest, "cache", "dir", "--local", str(source / ".dvc" / "cache"))
+    run_dvc(dest, "checkout")
+    return dest

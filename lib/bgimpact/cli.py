@@ -12,10 +12,20 @@ from bgimpact.config import ConfigError, Params, load_params
 from bgimpact.files import DatasetError, ImageReadError
 from bgimpact.runtime import setup_logging
 from bgimpact.tables import TableError
-from bgimpact.weights import WeightsError
 
-#: Errors that stop a stage with a one-line message instead of a traceback.
-USER_ERRORS = (ConfigError, WeightsError, DatasetError, TableError, ImageReadError)
+#: Errors that stop a stage with a one-line message instead of a traceback (plus
+#: ``weights.WeightsError`` once that module is loaded: see :func:`user_errors`).
+USER_ERRORS = (ConfigError, DatasetError, TableError, ImageReadError)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """USER_ERRORS, plus WeightsError when ``bgimpact.weights`` was imported.
+
+    Importing it here would load torch and torchvision (seconds) in every stage, also in
+    those that never touch a model; a WeightsError can only come from a loaded module.
+    """
+    weights = sys.modules.get("bgimpact.weights")
+    return USER_ERRORS + ((weights.WeightsError,) if weights is not None else ())
 
 
 def param_value(params: Params, key: str) -> object:
@@ -64,7 +74,9 @@ def run_stage(main: Callable[[], int | None]) -> None:
     """Run a stage's ``main``; known user errors end it with ``error: <message>`` and exit 1."""
     try:
         code = main()
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

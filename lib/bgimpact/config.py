@@ -81,7 +81,7 @@ class GrabCutConfig:
 
     margin: float = 0.05
     iterations: int = 5
-    max_side: int = 512
+    max_side: int = 400
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,7 @@ class ClassifyConfig:
     amp: bool = True
     channels_last: bool = True
     device: str = "auto"
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,8 @@ def _check(params: Params) -> None:
     for key, value in (
         ("segment.batch_size", seg.batch_size),
         ("segment.grabcut.iterations", seg.grabcut.iterations),
+        ("segment.resize", seg.resize),
+        ("segment.grabcut.max_side", seg.grabcut.max_side),
         ("colors.k", params.colors.k),
         ("colors.max_pixels", params.colors.max_pixels),
         ("classify.batch_size", params.classify.batch_size),
@@ -352,6 +355,8 @@ def _check(params: Params) -> None:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
     if params.classify.num_workers < 0:
         raise ConfigError("classify.num_workers: must be 0 or more")
+    if params.classify.threads < 0:
+        raise ConfigError("classify.threads: must be 0 (automatic) or more")
     for key, rgb in (("colors.fallback_low", params.colors.fallback_low),
                      ("colors.fallback_high", params.colors.fallback_high)):  # fmt: skip
         if any(not 0 <= v <= 255 for v in rgb):
@@ -378,6 +383,10 @@ def _check(params: Params) -> None:
     for i, group in enumerate(ev.lenient_groups):
         if any(not 0 <= label <= 999 for label in group):
             raise ConfigError(f"evaluate.lenient_groups[{i}]: labels must be in 0..999")
+    if not 0 < ev.bootstrap.level < 1:
+        raise ConfigError("evaluate.bootstrap.level: must be strictly between 0 and 1")
+    if params.report.examples < 0:
+        raise ConfigError("report.examples: must be 0 or more")
 
 
 # --------------------------------------------------------------------------- public API

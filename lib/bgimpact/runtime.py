@@ -6,8 +6,10 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a device is picked, not by every stage
+    import torch
 
 log = logging.getLogger("bgimpact")
 
@@ -23,6 +25,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 def pick_device(spec: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; otherwise the device named (``cuda:1``)."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

