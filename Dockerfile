@@ -16,11 +16,13 @@ FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04@sha256:c3fde347d52d578c84fd644bc177b
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# git: DVC and safe.directory; make: the entry command. The base image's digest fixes the
-# release; package versions are left to its security updates.
+# git: DVC and safe.directory; make: the entry command; tcmalloc: the Makefile preloads it
+# for the stages (batched CPU inference about 2x faster, e.g. on a machine without a GPU). The
+# base image's digest fixes the release; package versions are left to its security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates git make \
+        libtcmalloc-minimal4t64 \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=uv /uv /uvx /usr/local/bin/

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from bgimpact.classify import classify, select_variants
-from bgimpact.cli import StageCLI, run_stage
+from bgimpact.cli import StageCLI, parse_workers, run_stage
 from bgimpact.runtime import StageSummary
 
 
@@ -28,7 +28,7 @@ def main() -> int:
         help="comma-separated subset of variants, run in CONTRACTS order; all when not given",
     )
     cli.option("--batch-size", type=int, help="override classify.batch_size")
-    cli.option("--num-workers", type=int, help="override classify.num_workers")
+    cli.option("--num-workers", type=parse_workers, help="override classify.num_workers")
     cli.option("--threads", type=int, help="override classify.threads (model's torch threads)")
     cli.option("--device", help="override classify.device (auto, cpu, cuda, cuda:N)")
     args = cli.parse()

@@ -3,7 +3,9 @@ skipping, the CSV schema of CONTRACTS.md, and the stage's errors."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,15 @@ import torchvision.models as tvm
 from PIL import Image
 from torchvision.transforms._presets import ImageClassification
 
-from bgimpact.classify import classify, plan_items, select_variants, write_predictions
+from bgimpact.classify import (
+    classify,
+    loader_workers,
+    model_threads,
+    plan_items,
+    select_variants,
+    write_predictions,
+)
+from bgimpact.cli import parse_workers
 from bgimpact.config import ClassifyConfig, ConfigError, ModelConfig, params_from_dict
 from bgimpact.files import read_rgb
 from bgimpact.models import Classifier, ModelError, Preprocess, load_classifier
@@ -266,3 +276,37 @@ def test_stage_on_the_full_fixture_pipeline(
     p = probs(frame)
     assert ((p >= 0) & (p <= 1)).all() and (np.diff(p, axis=1) <= 0).all()
     assert "classify efficientnet_lite0: 10 images, 0 skipped, rows=130" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "device", "cores", "expected"),
+    [
+        ("auto", "cpu", 2, 0),  # on few cores the model's threads are worth more than workers
+        ("auto", "cpu", 8, 1),
+        ("auto", "cpu", 32, 4),
+        ("auto", "cuda", 2, 1),  # a GPU needs decoding in parallel: every core but one
+        ("auto", "cuda", 12, 11),
+        ("auto", "cuda", 64, 16),
+        (3, "cpu", 2, 3),  # a count is taken as it is
+        (0, "cuda", 16, 0),
+    ],
+)
+def test_loader_workers(num_workers: object, device: str, cores: int, expected: int) -> None:
+    cfg = dataclasses.replace(CPU, num_workers=num_workers)
+    assert loader_workers(cfg, torch.device(device), cores) == expected
+
+
+def test_model_threads_leave_the_workers_their_cores() -> None:
+    auto = dataclasses.replace(CPU, threads=0)
+    cores = len(os.sched_getaffinity(0))
+    assert model_threads(auto, 0) == cores
+    assert model_threads(auto, cores + 3) == 1
+    assert model_threads(dataclasses.replace(CPU, threads=3), 0) == 3
+
+
+def test_parse_workers() -> None:
+    assert parse_workers("auto") == "auto"
+    assert parse_workers("4") == 4
+    for bad in ("-1", "many", "2.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected 'auto' or a count"):
+            parse_workers(bad)

@@ -19,6 +19,7 @@ def test_repository_params_carry_the_thesis_defaults() -> None:
     assert params.classes["n02412080"].voc == "sheep"
     assert params.segment.method == "deeplabv3_resnet101"
     assert params.classify.models == ("resnet50", "convnext_base")
+    assert params.classify.num_workers == "auto"
     for model_id in ("resnet50", "convnext_base"):
         model = params.model(model_id)
         assert (model.weights, model.resize, model.crop) == ("IMAGENET1K_V1", 256, 224)
@@ -51,6 +52,8 @@ def _with(path: tuple[str, ...], value: object) -> dict:
         (("classify", "batch_size"), "32", "classify.batch_size: expected an integer"),
         (("classify", "batch_size"), 0, "classify.batch_size: must be at least 1"),
         (("classify", "amp"), "yes", "classify.amp: expected bool"),
+        (("classify", "num_workers"), "many", "classify.num_workers: invalid value 'many'"),
+        (("classify", "num_workers"), -1, "classify.num_workers: must be 'auto' or 0 or more"),
         (("segment", "min_object_fraction"), True, "min_object_fraction: expected a number"),
         (("segment", "method"), "sam", "segment.method: unknown method 'sam'"),
         (("classes", "n0153443"), {"name": "x", "index": 1, "voc": "bird"}, "classes.n0153443"),

@@ -8,6 +8,7 @@ build context (.dockerignore) and the ``make docker-*`` wrappers (run with a sta
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import shlex
@@ -112,6 +113,17 @@ def test_runs_as_non_root_with_safe_directory_for_the_mount() -> None:
     assert env["PYTHONPATH"] == f"{workdir}/lib"  # the mounted code runs, not the copy
     assert env["SETUP_VENV"] == "no" and env["VENV"] == env["UV_PROJECT_ENVIRONMENT"]
     assert env["TORCH_HOME"] and env["HOME"]
+
+
+def test_image_has_the_tcmalloc_that_the_makefile_preloads() -> None:
+    apt = [c for c in run_commands() if c.startswith("apt-get install")]
+    assert any("libtcmalloc-minimal4t64" in c.split() for c in apt), apt
+    # Ubuntu's package puts the library where the Makefile's TCMALLOC pattern looks.
+    line = next(x for x in (REPO / "Makefile").read_text().splitlines()
+                if x.startswith("TCMALLOC"))  # fmt: skip
+    patterns = re.search(r"\$\(wildcard ([^)]+)\)", line).group(1).split()  # type: ignore[union-attr]
+    shipped = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    assert any(fnmatch.fnmatch(shipped, p) for p in patterns), patterns
 
 
 # --------------------------------------------------------------------------- install

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as nnf
 import torchvision.models as tvm
 from PIL import Image
 
@@ -202,6 +203,12 @@ def test_labels_from_logits_upsample_bilinear_then_argmax() -> None:
     big[2, 1, 1] = 5.0
     assert labels_from_logits(big, (5, 7)).shape == (5, 7)
     assert labels_from_logits(big, (5, 7))[4, 6] == 2
+    # Exactly torch's argmax of the upsampled scores, ties (to the first class) included.
+    rand = torch.randn(21, 9, 11, generator=torch.Generator().manual_seed(0))
+    rand[5:7, :3] = 9.0  # classes 5 and 6 tie in the top rows: argmax says 5
+    expected = nnf.interpolate(rand[None], size=(37, 45), mode="bilinear", align_corners=False)
+    assert torch.equal(labels_from_logits(rand, (37, 45)), expected.argmax(dim=1)[0].byte())
+    assert (labels_from_logits(rand, (37, 45))[:8] == 5).all()
 
 
 def test_shape_batcher_groups_equal_shapes() -> None:

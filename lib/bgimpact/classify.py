@@ -196,13 +196,42 @@ def make_loader(
     )
 
 
-def model_threads(cfg: ClassifyConfig) -> int:
-    """Torch threads for the model: ``classify.threads``, or when 0 the cores (of this
-    process's affinity) not given to DataLoader workers, at least 1."""
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, else the machine's)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+#: ``num_workers: auto`` on the CPU: one DataLoader worker per this many cores.
+CPU_CORES_PER_WORKER = 8
+#: ``num_workers: auto`` on a GPU: at most this many DataLoader workers.
+MAX_GPU_WORKERS = 16
+
+
+def loader_workers(cfg: ClassifyConfig, device: torch.device, cores: int | None = None) -> int:
+    """DataLoader worker processes: ``classify.num_workers``, or for ``auto``:
+
+    - CUDA: every core but one (at most :data:`MAX_GPU_WORKERS`), so that decoding keeps up
+      with the GPU;
+    - CPU: one per :data:`CPU_CORES_PER_WORKER` cores (none below that). The model's threads
+      already use every core, so a worker only takes cores from them: on 2 cores,
+      EfficientNet-Lite0 ran 1.3x (default allocator) to 2x (tcmalloc) faster with decoding
+      in the main process and 2 model threads than with 2 workers and 1 thread.
+    """
+    if cfg.num_workers != "auto":
+        return int(cfg.num_workers)
+    cores = cores or usable_cores()
+    if device.type == "cuda":
+        return max(1, min(MAX_GPU_WORKERS, cores - 1))
+    return cores // CPU_CORES_PER_WORKER
+
+
+def model_threads(cfg: ClassifyConfig, workers: int) -> int:
+    """Torch threads for the model: ``classify.threads``, or when 0 the usable cores not
+    given to the ``workers`` DataLoader processes, at least 1."""
     if cfg.threads > 0:
         return cfg.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - cfg.num_workers)
+    return max(1, usable_cores() - workers)
 
 
 @contextlib.contextmanager
@@ -325,13 +354,15 @@ def write_predictions(
     summary = summary if summary is not None else StageSummary("classify")
     dataset = VariantDataset(items, variants, modified, clf.preprocess)
     rows_written = 0
-    with torch_threads(model_threads(cfg)), atomic_write(out, "w") as handle:
+    device = pick_device(cfg.device)
+    workers = loader_workers(cfg, device)
+    with torch_threads(model_threads(cfg, workers)), atomic_write(out, "w") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(PREDICTION_COLUMNS)
         if not len(dataset):
             return 0
         runner = Runner(clf, cfg)
-        loader = make_loader(dataset, cfg.batch_size, cfg.num_workers, runner.device.type == "cuda")
+        loader = make_loader(dataset, cfg.batch_size, workers, device.type == "cuda")
         disable = None if progress is None else not progress
         with tqdm(total=len(dataset), unit="img", desc=f"classify {clf.model_id}",
                   disable=disable, mininterval=1.0) as bar:  # fmt: skip
@@ -364,9 +395,9 @@ def classify(
 
     Returns the number of rows written.
     """
-    if cfg.batch_size < 1 or cfg.num_workers < 0:
+    if cfg.batch_size < 1 or (cfg.num_workers != "auto" and cfg.num_workers < 0):
         raise ConfigError(
-            f"classify: batch_size must be >= 1 and num_workers >= 0, got "
+            f"classify: batch_size must be >= 1 and num_workers 'auto' or >= 0, got "
             f"{cfg.batch_size} and {cfg.num_workers}"
         )
     clf = load_classifier(model_id, model_cfg)

@@ -28,6 +28,19 @@ def user_errors() -> tuple[type[Exception], ...]:
     return USER_ERRORS + ((weights.WeightsError,) if weights is not None else ())
 
 
+def parse_workers(text: str) -> int | str:
+    """A ``--num-workers`` value: ``auto`` or a count >= 0 (for argparse's ``type``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 0, got {text!r}")
+    return value
+
+
 def param_value(params: Params, key: str) -> object:
     """The value of a dotted params key, e.g. ``data.masks``."""
     return reduce(getattr, key.split("."), params)

@@ -138,7 +138,7 @@ class ClassifyConfig:
 
     models: tuple[str, ...] = ("resnet50", "convnext_base")
     batch_size: int = 32
-    num_workers: int = 2
+    num_workers: int | Literal["auto"] = "auto"
     amp: bool = True
     channels_last: bool = True
     device: str = "auto"
@@ -353,8 +353,8 @@ def _check(params: Params) -> None:
     ):
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if params.classify.num_workers < 0:
-        raise ConfigError("classify.num_workers: must be 0 or more")
+    if params.classify.num_workers != "auto" and params.classify.num_workers < 0:
+        raise ConfigError("classify.num_workers: must be 'auto' or 0 or more")
     if params.classify.threads < 0:
         raise ConfigError("classify.threads: must be 0 (automatic) or more")
     for key, rgb in (("colors.fallback_low", params.colors.fallback_low),

@@ -9,7 +9,7 @@ folder from the fixture or dataset photos):
   resizing, the model, and the streamed CSV; the target is >= 0.9x the forward rate;
 - *thesis loop*: one image at a time, transforms rebuilt per image, batch 1, results collected
   in a list and written with pandas at the end;
-- peak RSS of the stage for N and 2N photos (fresh processes), to show it does not grow.
+- peak RSS of the stage for N and 4N photos (fresh processes), to show it does not grow.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,20 +29,29 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from bgimpact.bench.peak import peak_rss_mib
 from bgimpact.classify import (
     Runner,
     VariantDataset,
+    loader_workers,
     model_threads,
     plan_items,
     torch_threads,
     write_predictions,
 )
+from bgimpact.cli import parse_workers
 from bgimpact.config import ClassifyConfig, load_params
 from bgimpact.files import discover_images, read_rgb
 from bgimpact.models import Classifier, load_classifier
 from bgimpact.tables import IMAGES_COLUMNS, read_images_table
 
 FIXTURES = Path("../shared/fixtures/imagenet")
+
+
+def malloc_name() -> str:
+    """Which allocator serves this process: tcmalloc when preloaded (``make bench``)."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return "tcmalloc" if "tcmalloc" in preload else "default allocator"
 
 
 def build_inputs(source: Path, root: Path, n: int, variants: int, label_of: dict) -> dict:
@@ -122,7 +131,8 @@ def forward_rate(clf: Classifier, cfg: ClassifyConfig, data: dict, n: int) -> fl
         runner.inputs(stacked[i : i + cfg.batch_size])
         for i in range(0, len(stacked), cfg.batch_size)
     ]
-    with torch_threads(model_threads(cfg)):
+    threads = model_threads(cfg, loader_workers(cfg, runner.device))
+    with torch_threads(threads):
         runner.forward(batches[0])  # warm-up (the stage's first batch pays it too)
         started = time.perf_counter()
         for x in batches:
@@ -170,19 +180,18 @@ def decode_ms(clf: Classifier, data: dict, n: int) -> float:
     return 1000 * (time.perf_counter() - started) / len(dataset)
 
 
-def peak_rss_mib(argv: list[str], n: int) -> tuple[float, float]:
-    """Peak RSS (MiB) of a fresh process running the stage path on ``n`` photos: the main
-    process and its largest DataLoader worker."""
+def stage_peak_mib(argv: list[str], n: int) -> float:
+    """Peak RSS (MiB) of the main process of a fresh run of the stage path on ``n`` photos
+    (its own address space: :func:`bgimpact.bench.peak.peak_rss_mib`)."""
     cmd = [sys.executable, "-m", "bgimpact.bench.classify", *argv, "--rss-child", str(n)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"bench classify: RSS run failed:\n{result.stderr}")
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures["self"] / 1024, figures["children"] / 1024
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"])
 
 
 def run(argv: list[str] | None = None) -> None:
-    """Print forward-only, stage and thesis-loop rates and the stage's peak RSS for N and 2N."""
+    """Print forward-only, stage and thesis-loop rates and the stage's peak RSS for N and 4N."""
     parser = argparse.ArgumentParser(
         prog="python -m bgimpact.bench classify",
         description=__doc__,
@@ -194,13 +203,14 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", type=int, default=64, help="photos (default: %(default)s)")
     parser.add_argument("--variants", type=int, default=2, help="variants per photo, 1..5")
     parser.add_argument("--batch-size", type=int, help="default: classify.batch_size")
-    parser.add_argument("--num-workers", type=int, help="default: classify.num_workers")
+    parser.add_argument("--num-workers", type=parse_workers,
+                        help="auto or a count; default: classify.num_workers")  # fmt: skip
     parser.add_argument("--threads", type=int, help="default: classify.threads")
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--random-weights", action="store_true", help="torchvision, no download")
     parser.add_argument("--thesis-n", type=int, default=16, help="photos for the thesis loop")
     parser.add_argument("--repeat", type=int, default=2, help="best of R forward/stage runs")
-    parser.add_argument("--no-rss", action="store_true", help="skip the N / 2N RSS runs")
+    parser.add_argument("--no-rss", action="store_true", help="skip the N / 4N RSS runs")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.variants <= 5:
@@ -217,19 +227,18 @@ def run(argv: list[str] | None = None) -> None:
         data = build_inputs(source, tmp / "data", n, args.variants, label_of)
         if args.rss_child:
             stage_rate(clf, cfg, data, n, tmp / "out.csv")
-            self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            print(json.dumps({"self": self_kib, "children": children_kib}))
+            print(json.dumps({"peak_mib": peak_rss_mib()}))
             return
         device = Runner(clf, cfg).device
+        workers = loader_workers(cfg, device)
+        threads = model_threads(cfg, workers)
         inputs = n * args.variants
         print(f"model {args.model} ({clf.source}), {inputs} inputs = {n} photos x "
               f"{args.variants} variants, crop {clf.preprocess.crop}, batch {cfg.batch_size}, "
-              f"workers {cfg.num_workers}, threads {model_threads(cfg)}, "
-              f"channels_last {cfg.channels_last}, {device}", flush=True)  # fmt: skip
-        thesis = thesis_rate(
-            clf, data, min(args.thesis_n, n), tmp / "thesis.csv", model_threads(cfg)
-        )
+              f"workers {workers} (num_workers {cfg.num_workers}), threads {threads}, "
+              f"channels_last {cfg.channels_last}, {device}, {malloc_name()}",
+              flush=True)  # fmt: skip
+        thesis = thesis_rate(clf, data, min(args.thesis_n, n), tmp / "thesis.csv", threads)
         decode = decode_ms(clf, data, min(args.thesis_n, n))
         forward = stage = 0.0
         for _ in range(args.repeat):  # interleaved, best of each: robust to a busy machine
@@ -243,11 +252,10 @@ def run(argv: list[str] | None = None) -> None:
         print(f"  thesis loop (batch 1, per image)   : {thesis:8.2f} img/s; "
               f"stage is {stage / thesis:.2f}x faster")  # fmt: skip
     if not args.no_rss:
-        small, small_workers = peak_rss_mib(own_argv, n)
-        large, large_workers = peak_rss_mib(own_argv, 2 * n)
-        print(f"  peak RSS, stage process: {n} photos {small:.0f} MiB, {2 * n} photos "
-              f"{large:.0f} MiB ({large - small:+.0f} MiB); largest worker {small_workers:.0f} / "
-              f"{large_workers:.0f} MiB")  # fmt: skip
+        small = stage_peak_mib(own_argv, n)
+        large = stage_peak_mib(own_argv, 4 * n)
+        print(f"  peak RSS, stage process: {n} photos {small:.0f} MiB, {4 * n} photos "
+              f"{large:.0f} MiB ({large - small:+.0f} MiB)")  # fmt: skip
 
 
 if __name__ == "__main__":

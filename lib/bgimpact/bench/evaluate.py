@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from bgimpact import metrics as mt
+from bgimpact.bench.peak import parse_peak
 from bgimpact.config import load_params
 from bgimpact.tables import read_images_table, read_predictions
 
@@ -29,17 +30,19 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_REF = REPO.parent / "shared" / "reference" / "thesis"
 
 
-def _run_measured(cmd: list[str]) -> tuple[float, float, float]:
-    """Run ``cmd``; (wall seconds, CPU seconds, peak resident MiB of that process)."""
+def _run_measured(script: list[str]) -> tuple[float, float, float]:
+    """Run a stage script in its own process; (wall seconds, CPU seconds, its peak MiB)."""
+    cmd = [sys.executable, "-m", "bgimpact.bench.peak", *script]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read().decode() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    output = proc.stdout.read().decode() if proc.stdout else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    peak = parse_peak(output)
+    if proc.returncode != 0 or peak is None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{output}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def _stages(ref: Path, params_path: Path, work: Path) -> None:
@@ -70,12 +73,11 @@ def _stages(ref: Path, params_path: Path, work: Path) -> None:
     print(f"stages on {ref} ({len(models)} models x {rows} rows), one process each:")
     print(f"  {'process':<28}{'wall s':>8}{'CPU s':>8}{'peak MiB':>10}")
     total, cpu_total, peak = 0.0, 0.0, 0.0
-    py = sys.executable
     commands = [
-        (f"evaluate {m}", [py, "stages/evaluate.py", "--params", str(bench_params), "--model", m])
+        (f"evaluate {m}", ["stages/evaluate.py", "--params", str(bench_params), "--model", m])
         for m in models
     ]
-    commands.append(("report", [py, "stages/report.py", "--params", str(bench_params)]))
+    commands.append(("report", ["stages/report.py", "--params", str(bench_params)]))
     for name, cmd in commands:
         wall, cpu, rss = _run_measured(cmd)
         total, cpu_total, peak = total + wall, cpu_total + cpu, max(peak, rss)
