@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from bgimpact.cli import parse_workers
 from bgimpact.config import ClassifyConfig, ConfigError, ModelConfig, params_from_dict
 from bgimpact.files import read_rgb
 from bgimpact.models import Classifier, ModelError, Preprocess, load_classifier
-from bgimpact.runtime import StageSummary
+from bgimpact.runtime import StageSummary, usable_cores
 from bgimpact.tables import IMAGES_COLUMNS, PREDICTION_COLUMNS, read_images_table
 from conftest import FIXTURE_IMAGES, FixtureProject, default_params, make_fixture_params
 
@@ -298,7 +297,7 @@ def test_loader_workers(num_workers: object, device: str, cores: int, expected: 
 
 def test_model_threads_leave_the_workers_their_cores() -> None:
     auto = dataclasses.replace(CPU, threads=0)
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     assert model_threads(auto, 0) == cores
     assert model_threads(auto, cores + 3) == 1
     assert model_threads(dataclasses.replace(CPU, threads=3), 0) == 3

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bgimpact.config import ClassifyConfig, ConfigError, ModelConfig
 from bgimpact.files import ImageReadError, atomic_write, discover_images, read_rgb
 from bgimpact.models import Classifier, Preprocess, check_output, load_classifier
-from bgimpact.runtime import StageSummary, pick_device
+from bgimpact.runtime import StageSummary, pick_device, usable_cores
 from bgimpact.tables import PREDICTION_COLUMNS, read_images_table
 
 TOP_K = 5
@@ -196,12 +196,6 @@ def make_loader(
     )
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity, else the machine's)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
-
-
 #: ``num_workers: auto`` on the CPU: one DataLoader worker per this many cores.
 CPU_CORES_PER_WORKER = 8
 #: ``num_workers: auto`` on a GPU: at most this many DataLoader workers.
@@ -258,9 +252,11 @@ class Batch:
 class Runner:
     """The model on its device with inference settings (channels_last, CUDA autocast)."""
 
-    def __init__(self, clf: Classifier, cfg: ClassifyConfig) -> None:
+    def __init__(
+        self, clf: Classifier, cfg: ClassifyConfig, device: torch.device | None = None
+    ) -> None:
         self.clf = clf
-        self.device = pick_device(cfg.device)
+        self.device = device if device is not None else pick_device(cfg.device)
         self.channels_last = cfg.channels_last
         memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = clf.module.eval().to(self.device, memory_format=memory)
@@ -361,7 +357,7 @@ def write_predictions(
         writer.writerow(PREDICTION_COLUMNS)
         if not len(dataset):
             return 0
-        runner = Runner(clf, cfg)
+        runner = Runner(clf, cfg, device)
         loader = make_loader(dataset, cfg.batch_size, workers, device.type == "cuda")
         disable = None if progress is None else not progress
         with tqdm(total=len(dataset), unit="img", desc=f"classify {clf.model_id}",

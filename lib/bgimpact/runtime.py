@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(name)s %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, else the machine's), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
 
 
 def pick_device(spec: str = "auto") -> torch.device:

@@ -9,7 +9,6 @@ images: run the segment stage again).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from bgimpact.files import ImageReadError, atomic_write, discover_images, read_mask, read_rgb
-from bgimpact.runtime import StageSummary
+from bgimpact.runtime import StageSummary, usable_cores
 from bgimpact.tables import read_images_table
 
 #: PNG encoding of the variants: deflate with the run-length strategy and the "average" row
@@ -67,11 +66,7 @@ class ImageItem:
 
 def default_workers() -> int:
     """Worker threads for decoding/encoding: the usable CPUs, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    return min(8, usable_cores())
 
 
 def in_flight(workers: int) -> int:

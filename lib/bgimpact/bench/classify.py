@@ -43,6 +43,7 @@ from bgimpact.cli import parse_workers
 from bgimpact.config import ClassifyConfig, load_params
 from bgimpact.files import discover_images, read_rgb
 from bgimpact.models import Classifier, load_classifier
+from bgimpact.runtime import pick_device
 from bgimpact.tables import IMAGES_COLUMNS, read_images_table
 
 FIXTURES = Path("../shared/fixtures/imagenet")
@@ -229,7 +230,7 @@ def run(argv: list[str] | None = None) -> None:
             stage_rate(clf, cfg, data, n, tmp / "out.csv")
             print(json.dumps({"peak_mib": peak_rss_mib()}))
             return
-        device = Runner(clf, cfg).device
+        device = pick_device(cfg.device)
         workers = loader_workers(cfg, device)
         threads = model_threads(cfg, workers)
         inputs = n * args.variants
